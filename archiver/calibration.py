@@ -1,0 +1,45 @@
+"""Calibration on held-out benign data: the normalisation of the two SAME terms and the threshold."""
+import math
+from typing import Tuple
+
+import numpy as np
+import torch
+
+from handler.scorer import Calibration, SameScorer
+
+
+@torch.no_grad()
+def raw_terms(scorer: SameScorer, x: np.ndarray, batch_size: int = 256) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(victim logits, rec, dev) for images in [0, 1], batched."""
+    logits, rec, dev = [], [], []
+    for start in range(0, len(x), batch_size):
+        lg, r, d = scorer.raw_terms(torch.from_numpy(x[start:start + batch_size]))
+        logits.append(lg.numpy())
+        rec.append(r.numpy())
+        dev.append(d.numpy())
+    return np.concatenate(logits), np.concatenate(rec), np.concatenate(dev)
+
+
+def conformal_threshold(scores: np.ndarray, target_fpr: float) -> float:
+    """The ceil((n + 1)(1 - fpr))-th smallest benign score: a fresh benign query exceeds it with
+    probability at most target_fpr (split-conformal guarantee for exchangeable data)."""
+    if not 0 < target_fpr < 1:
+        raise ValueError(f"target_fpr must be in (0, 1), got {target_fpr}")
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    k = math.ceil((len(s) + 1) * (1 - target_fpr))
+    if k > len(s):
+        raise ValueError(f"{len(s)} benign samples are too few for a target FPR of {target_fpr}; "
+                         f"need at least {math.ceil(1 / target_fpr)}")
+    return float(s[k - 1])
+
+
+def fit_calibration(rec: np.ndarray, dev: np.ndarray, alpha: float, target_fpr: float) -> Calibration:
+    """Log-z statistics of both terms, then the threshold of the combined score at target_fpr."""
+    log_rec, log_dev = np.log(rec + 1e-12), np.log(np.clip(dev, 0, None) + 1e-12)
+    calib = Calibration(alpha=alpha, rec_mu=float(log_rec.mean()), rec_sigma=float(log_rec.std() + 1e-6),
+                        dev_mu=float(log_dev.mean()), dev_sigma=float(log_dev.std() + 1e-6),
+                        target_fpr=target_fpr, n_benign=int(len(rec)))
+    scores = alpha * (log_rec - calib.rec_mu) / calib.rec_sigma + (1 - alpha) * (log_dev - calib.dev_mu) / calib.dev_sigma
+    calib.threshold = conformal_threshold(scores, target_fpr)
+    calib.measured_fpr = float((scores > calib.threshold).mean())
+    return calib
