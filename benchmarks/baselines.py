@@ -74,7 +74,7 @@ class PlainAutoencoder(nn.Module):
     Input and output: (N, C, H, W) in model space.
     """
 
-    def __init__(self, in_chans: int = 1, img_size: int = 28, width: int = 32, latent_chans: int = 4):
+    def __init__(self, in_chans: int = 1, img_size: int = 28, width: int = 32, latent_chans: int = 4) -> None:
         """
         :param in_chans: image channels (1 or 3). Default: 1.
         :param img_size: image side in pixels, divisible by 4 (28 or 32). Default: 28.

@@ -96,7 +96,7 @@ class Prada:
         window: int = 5000,
         outlier_std: Optional[float] = 3.0,
         check_every: int = 1,
-    ):
+    ) -> None:
         """
         :param delta: flag a client when its Shapiro-Wilk W falls below this. Default: 0.95.
         :param min_queries: recorded distances (after outlier removal) needed before W is computed; the

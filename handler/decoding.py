@@ -51,6 +51,8 @@ def _decode_image(blob: bytes, spec: InputSpec) -> torch.Tensor:
 
     try:
         img = Image.open(io.BytesIO(blob))
+    except Image.DecompressionBombError as err:
+        raise InputError(f"image is far too large for this model: {err}", 413) from err
     except (UnidentifiedImageError, OSError) as err:
         raise InputError(f"not a readable image: {err}", 415) from err
     width, height = img.size  # known from the header, before any pixel is decoded

@@ -68,20 +68,21 @@ def test_plain_autoencoder_shapes(chans, side):
 @pytest.mark.parametrize("chans, side", [(1, 28), (3, 32)])
 def test_plain_autoencoder_reconstructs_structure_better_than_noise(chans, side):
     x_train = _blobs(256, chans, side, np.random.default_rng(0))
-    model = train_plain_autoencoder(x_train, epochs=3, batch_size=32, seed=0, lr=2e-3)
+    model = train_plain_autoencoder(x_train, epochs=6, batch_size=32, seed=0, lr=2e-3, width=16)
     x_test = _blobs(64, chans, side, np.random.default_rng(1))
     noise = np.random.default_rng(2).uniform(0, 1, x_test.shape).astype(np.float32)
     s_test, s_noise = reconstruction_score(model, x_test, batch_size=16), reconstruction_score(model, noise)
     assert s_test.shape == (64,) and s_test.dtype == np.float64
-    # measured (model-space MSE): blobs mean 0.056-0.058, max 0.094-0.097; uniform noise min 0.33-0.37
-    assert s_noise.min() > 2 * s_test.max()
-    assert s_noise.mean() > 5 * s_test.mean()
+    # measured (model-space MSE): blobs mean 0.021-0.027, max 0.039-0.040; uniform noise min 0.335-0.346,
+    # i.e. noise.min / blobs.max = 8.5-8.8 and a ratio of means of 12.7-18.5
+    assert s_noise.min() > 4 * s_test.max()
+    assert s_noise.mean() > 8 * s_test.mean()
 
 
 def test_plain_autoencoder_training_is_seeded():
     x = _blobs(64, 1, 28, np.random.default_rng(0))
-    a = reconstruction_score(train_plain_autoencoder(x, epochs=1, batch_size=32, seed=3), x)
-    b = reconstruction_score(train_plain_autoencoder(x, epochs=1, batch_size=32, seed=3), x)
+    a = reconstruction_score(train_plain_autoencoder(x, epochs=1, batch_size=32, seed=3, width=16), x)
+    b = reconstruction_score(train_plain_autoencoder(x, epochs=1, batch_size=32, seed=3, width=16), x)
     assert_allclose(a, b, rtol=1e-5)
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         train_plain_autoencoder(x[0])
