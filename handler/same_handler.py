@@ -105,6 +105,19 @@ class SameDefenseHandler(BaseHandler):
             out["same"] = {"score": score, "rec": rec, "dev": dev, "flagged": flagged, "threshold": self.threshold}
         return out
 
+    def get_insights(self, batch: RequestBatch, raw_inputs, target=0):
+        """/explanations: Integrated Gradients of the victim's logit `target` for each valid item."""
+        from handler.explain import integrated_gradients
+
+        out = []
+        for item in batch.items:
+            if item.error is not None:
+                out.append({"code": item.error.status, "type": "InputError", "message": str(item.error)})
+                continue
+            x = item.image.unsqueeze(0).to(self.device)
+            out.append(integrated_gradients(self.scorer.victim_logits, x, int(target or 0))[0].cpu().tolist())
+        return out
+
     def _set_status(self, idx: int, code: int, message: str) -> None:
         if self.context is not None:
             self.context.set_response_status(code, message, idx)

@@ -96,3 +96,13 @@ def test_served_prediction_equals_offline_victim(tiny_artifacts, scored):
     for row, resp in enumerate(out):
         served = np.array([resp[str(k)] for k in range(10)])
         assert np.allclose(served, probs[row], atol=1e-5)
+
+
+def test_explanations_attribute_the_victim(tiny_artifacts, scored):
+    artifacts, _ = tiny_artifacts
+    headers = [{"explain": "True"}, {"explain": "True"}]
+    handler, ctx = _handler(artifacts, {"audit_log": None}, headers, batch_size=2)
+    out = handler.handle([{"body": png_bytes(scored[0][0]), "target": 3}, {"body": b"junk"}], ctx)
+    attribution = np.array(out[0])
+    assert attribution.shape == (1, 28, 28) and np.abs(attribution).sum() > 0
+    assert out[1]["type"] == "InputError"
