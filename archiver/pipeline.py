@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -19,7 +19,9 @@ from archiver.data import DatasetSplits, load_dataset
 from archiver.errors import ArchiverError
 from archiver.presets import Preset, get_preset
 from archiver.training import accuracy, masked_reconstruction, train_classifier, train_mae
-from handler.checkpoints import (classifier_meta, instantiate_classifier, save_classifier, save_mae)
+from handler.bundle import load_scorer
+from handler.checkpoints import classifier_meta, instantiate_classifier, save_classifier, save_mae
+from handler.config import HandlerConfig
 from handler.mae import MAEConfig, MaskedAutoencoder
 from handler.scorer import SameScorer
 
@@ -143,6 +145,16 @@ def run_training(cfg: TrainConfig) -> Dict[str, Any]:
     }
     _write_json(os.path.join(cfg.out_dir, "train-report.json"), report)
     return report
+
+
+def load_trained(artifacts_dir: str) -> Tuple[SameScorer, Dict[str, Any]]:
+    """The trained scorer (with the victim's normalisation) and train-report.json of an artifacts folder."""
+    with open(os.path.join(artifacts_dir, "settings.json"), encoding="utf-8") as fh:
+        settings = HandlerConfig.from_dict(json.load(fh)["handler"])
+    with open(os.path.join(artifacts_dir, "train-report.json"), encoding="utf-8") as fh:
+        report = json.load(fh)
+    scorer, _ = load_scorer(artifacts_dir, "victim.pt", settings)
+    return scorer, report
 
 
 def _write_json(path: str, obj: Any) -> None:

@@ -24,7 +24,7 @@ class Preset:
     shadow_epochs: int = 8
     shadow_lr: float = 0.05           # SGD momentum 0.9, wd 5e-4, cosine
     # victim (only when the owner brings none)
-    victim_epochs: int = 12
+    victim_epochs: int = 8
     victim_lr: float = 0.05
     batch_size: int = 64
     # score

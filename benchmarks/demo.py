@@ -11,19 +11,16 @@ from dataclasses import dataclass
 from typing import Any, Dict
 
 import numpy as np
-import torch
 
 from archiver.calibration import raw_terms
 from archiver.data import load_dataset
 from archiver.packaging import ArchiveConfig, build_archive
-from archiver.pipeline import TrainConfig, run_training
+from archiver.pipeline import TrainConfig, load_trained, run_training
 from archiver.server import ServerConfig, TorchServeProcess
 from benchmarks.metrics import detection_metrics
 from benchmarks.proxies import natural_crops
 from benchmarks.report import write_json
 from benchmarks.served import audit_by_client, scores_of, send_queries
-from handler.bundle import load_scorer
-from handler.config import HandlerConfig
 
 logger = logging.getLogger(__name__)
 BENIGN, ATTACK = "benign-user", "knockoff-natural"
@@ -97,8 +94,7 @@ def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
 
 def _offline_accuracy(artifacts: str, x: np.ndarray, y: np.ndarray) -> float:
     """The victim's accuracy computed in-process, on the same images the server receives."""
-    settings = HandlerConfig.from_dict(__import__("json").load(open(os.path.join(artifacts, "settings.json")))["handler"])
-    scorer, _ = load_scorer(artifacts, "victim.pt", settings)
+    scorer, _ = load_trained(artifacts)
     x_png = np.rint(x * 255) / 255.0  # what PNG transport delivers
     logits, _, _ = raw_terms(scorer, x_png.astype(np.float32))
     return float((logits.argmax(1) == y).mean())
