@@ -18,11 +18,10 @@ from archiver.calibration import fit_calibration, raw_terms
 from archiver.data import DatasetSplits, load_dataset
 from archiver.errors import ArchiverError
 from archiver.presets import Preset, get_preset
-from archiver.training import accuracy, masked_reconstruction, train_classifier, train_mae
+from archiver.training import accuracy, masked_reconstruction, train_classifier, train_defense
 from handler.bundle import load_scorer
 from handler.checkpoints import classifier_meta, instantiate_classifier, save_classifier, save_mae
 from handler.config import HandlerConfig
-from handler.mae import MAEConfig, MaskedAutoencoder
 from handler.scorer import SameScorer
 
 logger = logging.getLogger(__name__)
@@ -99,20 +98,10 @@ def run_training(cfg: TrainConfig) -> Dict[str, Any]:
     timings["victim"] = time.time() - t0
     victim_acc = accuracy(victim, x_test, y_test, transform=vt)
 
-    t0 = time.time()
-    mae = MaskedAutoencoder(MAEConfig(img_size=data.img_size, in_chans=data.in_chans, patch_size=preset.patch_size,
-                                      dim=preset.dim, enc_depth=preset.enc_depth, enc_heads=preset.enc_heads,
-                                      dec_depth=preset.dec_depth, dec_heads=preset.dec_heads))
-    mae_stats = train_mae(mae, x_train, preset.mae_epochs, preset.mae_lr, preset.mask_ratio, preset.mae_batch_size,
-                          preset.mae_warmup_epochs, cfg.seed, cfg.progress)
-    timings["mae"] = time.time() - t0
-
-    t0 = time.time()
-    shadow = instantiate_classifier(meta, os.path.dirname(os.path.abspath(cfg.victim_model_file or ".")))
-    train_classifier(shadow, x_train, y_train, preset.shadow_epochs, preset.shadow_lr, preset.batch_size, cfg.seed,
-                     input_transform=masked_reconstruction(mae, preset.mask_ratio), progress=cfg.progress,
-                     desc="shadow")
-    timings["shadow"] = time.time() - t0
+    search_dir = os.path.dirname(os.path.abspath(cfg.victim_model_file or "."))
+    mae, shadow, defense_stats = train_defense(preset, data, lambda: instantiate_classifier(meta, search_dir),
+                                               cfg.seed, cfg.progress)
+    timings.update(defense_stats["seconds"])
     shadow_acc = accuracy(shadow, x_test, y_test, transform=masked_reconstruction(mae, 0.0))
 
     t0 = time.time()
@@ -136,7 +125,7 @@ def run_training(cfg: TrainConfig) -> Dict[str, Any]:
     report = {
         "config": asdict(cfg), "preset": preset.to_dict(), "victim": meta,
         "accuracy": {"victim_test": victim_acc, "shadow_test_on_reconstructions": shadow_acc},
-        "mae": {"final_train_loss": mae_stats["loss"][-1] if mae_stats["loss"] else None,
+        "mae": {"final_train_loss": defense_stats["mae_loss"][-1] if defense_stats["mae_loss"] else None,
                 "test_mse_unmasked": float(np.mean(rec_t)),
                 "parameters": sum(p.numel() for p in mae.parameters())},
         "calibration": calibration.to_dict(),

@@ -4,14 +4,17 @@ Inputs are float32 (N, C, H, W) in [0, 1]; every model trains in model space (x 
 Each function returns a stats dict (one value per epoch) and shows a tqdm bar when `progress` is set.
 """
 import math
-from typing import Callable, Dict, List, Optional
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from handler.mae import MaskedAutoencoder
+from archiver.data import DatasetSplits
+from archiver.presets import Preset
+from handler.mae import MAEConfig, MaskedAutoencoder
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator):
@@ -118,3 +121,42 @@ def masked_reconstruction(mae: MaskedAutoencoder, mask_ratio: float) -> Callable
     def transform(xb: torch.Tensor) -> torch.Tensor:
         return mae(xb, mask_ratio=mask_ratio)[0].clamp(-1, 1)
     return transform
+
+
+def mae_config_for(preset: Preset, data: DatasetSplits) -> MAEConfig:
+    """The MAE shape a preset asks for, for the data's image size and channels."""
+    return MAEConfig(img_size=data.img_size, in_chans=data.in_chans, patch_size=preset.patch_size, dim=preset.dim,
+                     enc_depth=preset.enc_depth, enc_heads=preset.enc_heads, dec_depth=preset.dec_depth,
+                     dec_heads=preset.dec_heads)
+
+
+def train_defense(preset: Preset, data: DatasetSplits, make_classifier: Callable[[], nn.Module], seed: int = 0,
+                  progress: bool = False) -> Tuple[MaskedAutoencoder, nn.Module, Dict[str, Any]]:
+    """Train a fresh MAE on ``data.train`` and a fresh shadow on its masked reconstructions (SAME §2.4-2.5).
+
+    The shadow sees G(x; preset.mask_ratio) in model space with the true labels.
+
+    :param preset: sizes, epochs and learning rates.
+    :param data: the owner's data; only ``data.train`` is used.
+    :param make_classifier: returns an untrained classifier of the victim's architecture.
+    :param seed: seeds model initialisation, batching and masking.
+    :param progress: show tqdm bars.
+    :return: (mae, shadow, stats) with stats ``{"mae_loss": [...], "shadow_loss": [...], "seconds": {...}}``.
+    """
+    x_train, y_train = data.train
+    t0 = time.time()
+    torch.manual_seed(seed)
+    mae = MaskedAutoencoder(mae_config_for(preset, data))
+    mae_stats = train_mae(mae, x_train, preset.mae_epochs, preset.mae_lr, preset.mask_ratio, preset.mae_batch_size,
+                          preset.mae_warmup_epochs, seed, progress)
+    t1 = time.time()
+    torch.manual_seed(seed)
+    shadow = make_classifier()
+    shadow_stats = train_classifier(shadow, x_train, y_train, preset.shadow_epochs, preset.shadow_lr,
+                                    preset.batch_size, seed,
+                                    input_transform=masked_reconstruction(mae, preset.mask_ratio),
+                                    progress=progress, desc="shadow")
+    t2 = time.time()
+    stats = {"mae_loss": mae_stats["loss"], "shadow_loss": shadow_stats["loss"],
+             "seconds": {"mae": t1 - t0, "shadow": t2 - t1}}
+    return mae, shadow, stats
