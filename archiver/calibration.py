@@ -5,7 +5,7 @@ from typing import Tuple
 import numpy as np
 import torch
 
-from handler.scorer import Calibration, SameScorer
+from handler.scorer import Calibration, SameScorer, combine_terms
 
 
 @torch.no_grad()
@@ -35,11 +35,12 @@ def conformal_threshold(scores: np.ndarray, target_fpr: float) -> float:
 
 def fit_calibration(rec: np.ndarray, dev: np.ndarray, alpha: float, target_fpr: float) -> Calibration:
     """Log-z statistics of both terms, then the threshold of the combined score at target_fpr."""
-    log_rec, log_dev = np.log(rec + 1e-12), np.log(np.clip(dev, 0, None) + 1e-12)
+    log_rec, log_dev = np.log(np.clip(rec, 0, None) + 1e-12), np.log(np.clip(dev, 0, None) + 1e-12)
     calib = Calibration(alpha=alpha, rec_mu=float(log_rec.mean()), rec_sigma=float(log_rec.std() + 1e-6),
                         dev_mu=float(log_dev.mean()), dev_sigma=float(log_dev.std() + 1e-6),
                         target_fpr=target_fpr, n_benign=int(len(rec)))
-    scores = alpha * (log_rec - calib.rec_mu) / calib.rec_sigma + (1 - alpha) * (log_dev - calib.dev_mu) / calib.dev_sigma
+    scores = combine_terms(torch.from_numpy(np.asarray(rec, np.float64)), torch.from_numpy(np.asarray(dev, np.float64)),
+                           calib).numpy()
     calib.threshold = conformal_threshold(scores, target_fpr)
     calib.measured_fpr = float((scores > calib.threshold).mean())
     return calib

@@ -1,6 +1,7 @@
 """`same-serve`: train the defense, pack the .mar, serve it, run the demo and the benchmarks.
 
   same-serve train   --data mnist5k --out artifacts [--preset compact|paper|tiny] [--victim-weights w.pt ...]
+  same-serve calibrate --artifacts artifacts [--alpha 0.85] [--target-fpr 0.01]   (no retraining)
   same-serve archive --artifacts artifacts --model-name mnist --export-path model_store [--policy reject]
   same-serve serve   --model-store model_store --models mnist=mnist.mar      (Ctrl-C stops it)
   same-serve demo    [--quick]                                              (all of the above, then attacks)
@@ -55,6 +56,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--img-size", type=int, help="resize folder images to this size")
     p.add_argument("--limit", type=int, help="use a random subset of this many images")
     p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("calibrate", help="refit the threshold / alpha of trained artifacts without retraining")
+    p.add_argument("--artifacts", default="artifacts")
+    p.add_argument("--alpha", type=float, help="weight of the reconstruction term, in [0, 1]")
+    p.add_argument("--target-fpr", type=float, help="benign false-positive rate of the threshold, e.g. 0.01")
 
     p = sub.add_parser("archive", help="pack victim + MAE + shadow + calibration + config into one .mar")
     p.add_argument("--artifacts", default="artifacts")
@@ -121,6 +127,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                 input_mean=args.input_mean, input_std=args.input_std, img_size=args.img_size, limit=args.limit,
                 seed=args.seed))
             print(json.dumps({k: report[k] for k in ("accuracy", "calibration", "test_benign_fpr", "timings_s")}, indent=2))
+        elif args.command == "calibrate":
+            from archiver.pipeline import recalibrate
+            report = recalibrate(args.artifacts, args.alpha, args.target_fpr)
+            print(json.dumps({k: report[k] for k in ("calibration", "test_benign_fpr")}, indent=2))
         elif args.command == "archive":
             from archiver.packaging import ArchiveConfig, build_archive
             handler = _key_values(args.set)

@@ -136,6 +136,25 @@ def run_training(cfg: TrainConfig) -> Dict[str, Any]:
     return report
 
 
+def recalibrate(artifacts_dir: str, alpha: Optional[float] = None, target_fpr: Optional[float] = None) -> Dict[str, Any]:
+    """Refit calibration.json (normalisation and threshold) for a new alpha or target FPR, without retraining."""
+    scorer, report = load_trained(artifacts_dir)
+    cfg = report["config"]
+    data = load_dataset(cfg["data"], seed=cfg["seed"], img_size=cfg.get("img_size"), limit=cfg.get("limit"))
+    old = scorer.calibration
+    _, rec, dev = raw_terms(scorer, data.calib[0])
+    calibration = fit_calibration(rec, dev, old.alpha if alpha is None else alpha,
+                                  old.target_fpr if target_fpr is None else target_fpr)
+    scorer.calibration = calibration
+    _, rec_t, dev_t = raw_terms(scorer, data.test[0])
+    test_scores = scorer.combine(torch.from_numpy(rec_t), torch.from_numpy(dev_t)).numpy()
+    report["calibration"] = calibration.to_dict()
+    report["test_benign_fpr"] = float((test_scores > calibration.threshold).mean())
+    _write_json(os.path.join(artifacts_dir, "calibration.json"), calibration.to_dict())
+    _write_json(os.path.join(artifacts_dir, "train-report.json"), report)
+    return report
+
+
 def load_trained(artifacts_dir: str) -> Tuple[SameScorer, Dict[str, Any]]:
     """The trained scorer (with the victim's normalisation) and train-report.json of an artifacts folder."""
     with open(os.path.join(artifacts_dir, "settings.json"), encoding="utf-8") as fh:

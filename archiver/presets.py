@@ -28,7 +28,7 @@ class Preset:
     victim_lr: float = 0.05
     batch_size: int = 64
     # score
-    alpha: float = 0.5
+    alpha: float = 0.85               # weight of the reconstruction term (dev' is one-sided, see handler/scorer.py)
     target_fpr: float = 0.01
 
     def with_overrides(self, **overrides: Any) -> "Preset":

@@ -40,8 +40,7 @@ from archiver.training import accuracy, mae_config_for, masked_reconstruction, t
 from benchmarks.metrics import detection_metrics
 from handler.checkpoints import classifier_meta, instantiate_classifier
 from handler.classifiers import CLASSIFIERS
-from handler.mae import MAEConfig, MaskedAutoencoder
-from handler.scorer import Calibration, SameScorer
+from handler.scorer import Calibration, SameScorer, combine_terms, normalised_terms
 
 logger = logging.getLogger(__name__)
 
@@ -136,18 +135,22 @@ def _classifier_factory(victim: nn.Module, data: DatasetSplits) -> Callable[[], 
 # ------------------------------------------------------------------------------------------------------
 # Scoring
 # ------------------------------------------------------------------------------------------------------
-def _combiner(calibration: Union[Calibration, Mapping[str, Any]]) -> SameScorer:
-    """A model-free SameScorer: only its ``combine`` (the served score's arithmetic) is used."""
-    if not isinstance(calibration, Calibration):
-        calibration = Calibration(**dict(calibration))
-    return SameScorer(nn.Identity(), nn.Identity(), nn.Identity(), calibration)
+def _as_calibration(calibration: Union[Calibration, Mapping[str, Any]]) -> Calibration:
+    return calibration if isinstance(calibration, Calibration) else Calibration(**dict(calibration))
 
 
-def _combine(combiner: SameScorer, rec: Array, dev: Array, alpha: Optional[float] = None) -> np.ndarray:
-    """The normalised SAME score of raw terms, as float64 numpy."""
-    rec_t = torch.as_tensor(np.asarray(rec, dtype=np.float64))
-    dev_t = torch.as_tensor(np.asarray(dev, dtype=np.float64))
-    return combiner.combine(rec_t, dev_t, alpha=alpha).numpy()
+def _combine(calibration: Calibration, rec: Array, dev: Array, alpha: Optional[float] = None) -> np.ndarray:
+    """The served SAME score of raw terms (``handler.scorer.combine_terms``), as float64 numpy."""
+    return combine_terms(torch.as_tensor(np.asarray(rec, dtype=np.float64)),
+                         torch.as_tensor(np.asarray(dev, dtype=np.float64)), calibration, alpha).numpy()
+
+
+def score_views(rec: Array, dev: Array, calibration: Union[Calibration, Mapping[str, Any]]) -> Dict[str, np.ndarray]:
+    """The calibrated SAME score and each term alone (two-sided log z-scores, which rank like the raw terms)."""
+    calibration = _as_calibration(calibration)
+    rec_z, dev_z = normalised_terms(torch.as_tensor(np.asarray(rec, dtype=np.float64)),
+                                    torch.as_tensor(np.asarray(dev, dtype=np.float64)), calibration)
+    return {"same": _combine(calibration, rec, dev), "rec_only": rec_z.numpy(), "dev_only": dev_z.numpy()}
 
 
 def _terms(scorer: SameScorer, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -158,10 +161,9 @@ def _terms(scorer: SameScorer, x: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 
 def _detection(scorer: SameScorer, benign: Tuple[np.ndarray, np.ndarray],
                attack: Tuple[np.ndarray, np.ndarray]) -> Dict[str, Dict[str, float]]:
-    """Metrics of the calibrated score and of each term alone (alpha 1 and 0), benign vs one attack set."""
-    combiner = _combiner(scorer.calibration)
-    return {key: detection_metrics(_combine(combiner, *benign, alpha), _combine(combiner, *attack, alpha))
-            for key, alpha in (("same", None), ("rec_only", 1.0), ("dev_only", 0.0))}
+    """Metrics of the calibrated score and of each term alone, benign vs one attack set."""
+    views_b, views_a = score_views(*benign, scorer.calibration), score_views(*attack, scorer.calibration)
+    return {key: detection_metrics(views_b[key], views_a[key]) for key in views_b}
 
 
 def alpha_sweep(rec_benign: Array, dev_benign: Array, rec_attack_by_set: Mapping[str, Array],
@@ -170,7 +172,7 @@ def alpha_sweep(rec_benign: Array, dev_benign: Array, rec_attack_by_set: Mapping
     """Detection quality of a * rec' + (1 - a) * dev' for several a, from raw terms, without retraining.
 
     The score is computed exactly as the server does (``SameScorer.combine`` with the calibration's log-z
-    statistics); only alpha changes. a = 1 ranks queries like rec alone and a = 0 like dev alone.
+    statistics); only alpha changes. a = 1 ranks queries like rec alone; a = 0 is the one-sided dev'.
 
     :param rec_benign: raw reconstruction errors of benign queries, (N,).
     :param dev_benign: raw deviations (KL / K) of the same benign queries, (N,).
@@ -187,13 +189,13 @@ def alpha_sweep(rec_benign: Array, dev_benign: Array, rec_attack_by_set: Mapping
     bad = [a for a in alphas if not 0.0 <= float(a) <= 1.0]
     if bad:
         raise ValueError(f"every alpha must be in [0, 1]; got {bad}")
-    combiner = _combiner(calibration)
+    calibration = _as_calibration(calibration)
     out: Dict[float, Dict[str, float]] = {}
     for alpha in alphas:
-        benign = _combine(combiner, rec_benign, dev_benign, float(alpha))
+        benign = _combine(calibration, rec_benign, dev_benign, float(alpha))
         row = {}
         for name in rec_attack_by_set:
-            attack = _combine(combiner, rec_attack_by_set[name], dev_attack_by_set[name], float(alpha))
+            attack = _combine(calibration, rec_attack_by_set[name], dev_attack_by_set[name], float(alpha))
             metrics = detection_metrics(benign, attack)
             if metric not in metrics:
                 raise ValueError(f"unknown metric {metric!r}; choose one of {sorted(metrics)}")
@@ -250,7 +252,7 @@ def _run_variant(variant: AblationVariant, victim: nn.Module, data: DatasetSplit
     rec_test, dev_test = _terms(scorer, data.test[0])
     benign = _terms(scorer, benign_x)
     attacks = {name: _terms(scorer, x) for name, x in attack_sets.items()}
-    test_scores = _combine(_combiner(scorer.calibration), rec_test, dev_test)
+    test_scores = _combine(scorer.calibration, rec_test, dev_test)
     return {
         "overrides": dict(variant.overrides),
         "mask_ratio": preset.mask_ratio,

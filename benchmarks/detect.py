@@ -23,6 +23,7 @@ from archiver.pipeline import TrainConfig, load_trained, run_training
 from archiver.presets import get_preset
 from archiver.server import ServerConfig, TorchServeProcess
 from benchmarks import attacks as attack_lib
+from benchmarks.ablations import score_views
 from benchmarks.attacks.base import evaluate_substitute
 from benchmarks.baselines import energy_score, msp_score, reconstruction_score, train_plain_autoencoder
 from benchmarks.client import RestClient
@@ -76,12 +77,12 @@ def attack_suite(data: DatasetSplits, cfg: DetectConfig) -> Dict[str, Callable[[
         "knockoff_adaptive": lambda: attack_lib.KnockoffNets(natural, proxy_groups=groups, strategy="adaptive", **common),
         "knockoff_digits": lambda: attack_lib.KnockoffNets(digits, strategy="random", **common),
         "jbda": lambda: attack_lib.JBDA(seeds, **common),
-        "dfme": lambda: attack_lib.DFME(**common),
+        "dfme": lambda: attack_lib.DFME(img_shape=(data.in_chans, data.img_size, data.img_size), **common),
         "adaptive_recfilter": lambda: attack_lib.ReconstructionFilterKnockoff(
-            public_x=digits[: len(digits) // 2], candidates=np.concatenate([natural, digits[len(digits) // 2:]]),
+            pool_x=np.concatenate([natural, digits[len(digits) // 2:]]), public_x=digits[: len(digits) // 2],
             **common),
-        "adaptive_mixed": lambda: attack_lib.MixedQueryAttack(attack_lib.KnockoffNets(natural, strategy="random", **common),
-                                                              id_pool=id_pool, mix=0.5),
+        "adaptive_mixed": lambda: attack_lib.MixedQueryAttack(
+            attack_lib.KnockoffNets(natural, strategy="random", **common), benign_x=id_pool, mix=0.5),
     }
 
 
@@ -194,13 +195,13 @@ def _served_terms(audit_records: List[dict], n_sent: int) -> Dict[str, np.ndarra
 
 def _detector_scores(queries: np.ndarray, served: Dict[str, np.ndarray], scorer, plain_ae) -> Dict[str, np.ndarray]:
     """Every detector's per-query scores for one population (higher = more suspicious)."""
-    rec, dev = served["rec"], served["dev"]
+    views = score_views(served["rec"], served["dev"], scorer.calibration)
     logits = raw_terms(scorer, queries)[0]
     pred = logits.argmax(1)
     return {
         "same": served["score"],
-        "same_rec_only": scorer.combine(torch.from_numpy(rec), torch.from_numpy(dev), alpha=1.0).numpy(),
-        "same_dev_only": scorer.combine(torch.from_numpy(rec), torch.from_numpy(dev), alpha=0.0).numpy(),
+        "same_rec_only": views["rec_only"],
+        "same_dev_only": views["dev_only"],
         "msp": msp_score(logits),
         "energy": energy_score(logits),
         "plain_ae": reconstruction_score(plain_ae, queries),

@@ -6,8 +6,11 @@ score = a * rec' + (1 - a) * dev'
 
 rec' and dev' are z-scores of log(rec) and log(dev) with the mean and standard deviation measured
 on held-out benign data at calibration: both terms are heavy-tailed and on different scales, so the
-log-z puts them on one scale and makes `a` meaningful (a=1: reconstruction only, a=0: deviation only).
-Higher means more suspicious.
+log-z puts them on one scale and makes `a` meaningful (a=1: reconstruction only).
+dev' is one-sided, max(0, z): a shadow that agrees with the victim *more* than usual is no evidence of
+benign intent (Jacobian-augmented queries make both models confident and agree), so only deviations
+above the benign mean add suspicion. Without the hinge, such queries pull the combined score below the
+reconstruction term alone. Higher means more suspicious.
 """
 from dataclasses import asdict, dataclass
 from typing import Optional, Sequence
@@ -57,6 +60,22 @@ def reconstruction_error(x: torch.Tensor, recon: torch.Tensor) -> torch.Tensor:
     return (recon.float() - x.float()).pow(2).flatten(1).mean(1)
 
 
+def normalised_terms(rec: torch.Tensor, dev: torch.Tensor, calibration: "Calibration"):
+    """Two-sided log z-scores (rec_z, dev_z) of the raw terms against the benign calibration statistics."""
+    c = calibration
+    rec_z = (torch.log(rec.clamp_min(0) + _EPS) - c.rec_mu) / c.rec_sigma
+    dev_z = (torch.log(dev.clamp_min(0) + _EPS) - c.dev_mu) / c.dev_sigma
+    return rec_z, dev_z
+
+
+def combine_terms(rec: torch.Tensor, dev: torch.Tensor, calibration: "Calibration",
+                  alpha: Optional[float] = None) -> torch.Tensor:
+    """The SAME score a * rec' + (1 - a) * max(0, dev') of raw terms; `alpha` overrides the calibrated a."""
+    a = calibration.alpha if alpha is None else alpha
+    rec_z, dev_z = normalised_terms(rec, dev, calibration)
+    return a * rec_z + (1 - a) * dev_z.clamp_min(0)
+
+
 def class_mean_kl(victim_logits: torch.Tensor, shadow_logits: torch.Tensor) -> torch.Tensor:
     """KL(softmax victim || softmax shadow) / K per sample: (N, K) x 2 -> (N,)."""
     log_pv = torch.log_softmax(victim_logits.float(), dim=1)
@@ -92,11 +111,7 @@ class SameScorer(nn.Module):
 
     def combine(self, rec: torch.Tensor, dev: torch.Tensor, alpha: Optional[float] = None) -> torch.Tensor:
         """The normalised score from raw terms; `alpha` overrides the calibrated one (for sweeps)."""
-        c = self.calibration
-        a = c.alpha if alpha is None else alpha
-        rec_z = (torch.log(rec + _EPS) - c.rec_mu) / c.rec_sigma
-        dev_z = (torch.log(dev.clamp_min(0) + _EPS) - c.dev_mu) / c.dev_sigma
-        return a * rec_z + (1 - a) * dev_z
+        return combine_terms(rec, dev, self.calibration, alpha)
 
     @torch.no_grad()
     def forward(self, x01: torch.Tensor) -> ScoreBatch:

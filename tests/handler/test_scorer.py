@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from archiver.calibration import conformal_threshold, fit_calibration
-from handler.scorer import Calibration, SameScorer, class_mean_kl, reconstruction_error
+from handler.scorer import Calibration, SameScorer, class_mean_kl, combine_terms, reconstruction_error
 
 
 class _Identity(nn.Module):
@@ -51,7 +51,16 @@ def test_alpha_one_and_zero_select_one_term():
                         Calibration(alpha=1.0, rec_mu=0.0, rec_sigma=2.0, dev_mu=1.0, dev_sigma=3.0))
     rec, dev = torch.tensor([0.5, 2.0]), torch.tensor([7.0, 0.1])
     assert torch.allclose(scorer.combine(rec, dev), torch.log(rec) / 2.0, atol=1e-6)
-    assert torch.allclose(scorer.combine(rec, dev, alpha=0.0), (torch.log(dev) - 1.0) / 3.0, atol=1e-6)
+    dev_z = (torch.log(dev) - 1.0) / 3.0
+    assert dev_z[1] < 0  # below the benign mean: the one-sided dev' adds nothing
+    assert torch.allclose(scorer.combine(rec, dev, alpha=0.0), dev_z.clamp_min(0), atol=1e-6)
+
+
+def test_agreement_above_the_benign_norm_does_not_lower_the_score():
+    calib = Calibration(alpha=0.5, rec_mu=0.0, rec_sigma=1.0, dev_mu=0.0, dev_sigma=1.0)
+    rec = torch.tensor([1.0, 1.0])
+    low_dev, usual_dev = torch.tensor([1e-6, 1e-6]), torch.tensor([1.0, 1.0])
+    assert torch.equal(combine_terms(rec, low_dev, calib), combine_terms(rec, usual_dev, calib))
 
 
 def test_calibration_hits_its_target_fpr_on_fresh_benign_data():
