@@ -92,6 +92,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", default="bench-out")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--artifacts", help="benchmark an already trained defense (same-serve train output)")
+    p.add_argument("--budget", type=int, help="queries per attack (default 4000, quick 300)")
+    p.add_argument("--attacks", nargs="+", help="a subset of the attacks")
+    p.add_argument("--no-ablations", action="store_true")
+    p.add_argument("--paper-arch", action="store_true", help="add the paper-size MAE to the ablations (slow on CPU)")
     return parser
 
 
@@ -150,7 +155,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"report written to {args.report}")
         elif args.command == "bench":
             from benchmarks.detect import DetectConfig, run_detect_bench
-            run_detect_bench(DetectConfig(out_dir=args.out, quick=args.quick, seed=args.seed))
+            from benchmarks.report import markdown_table
+            report = run_detect_bench(DetectConfig(
+                out_dir=args.out, quick=args.quick, seed=args.seed, artifacts=args.artifacts, budget=args.budget,
+                attacks=args.attacks, ablations=not args.no_ablations, paper_arch=args.paper_arch))
+            print(markdown_table(report["detection"]))
+            print(f"results in {args.out}/ (bench-detect.json, bench-detect.md, roc.png, hist-same.png)")
         return 0
     except (ArchiverError, ConfigError, FileNotFoundError) as err:
         print(f"same-serve: error: {err}", file=sys.stderr)

@@ -159,7 +159,7 @@ def new_substitute(arch: str, x_shape: Tuple[int, ...], num_classes: int, seed: 
         return build_classifier(arch, in_chans=x_shape[1], num_classes=num_classes, img_size=x_shape[2]).to(device)
 
 
-def train_substitute(x: np.ndarray, probs: np.ndarray, arch: str = "conv3", epochs: int = 20, seed: int = 0,
+def train_substitute(x: np.ndarray, probs: np.ndarray, arch: str = "conv3", epochs: int = 10, seed: int = 0,
                      batch_size: int = 64, lr: float = 1e-3, device: str = "cpu",
                      substitute: Optional[nn.Module] = None) -> nn.Module:
     """Train a substitute on soft labels (soft cross-entropy) in model space, dropping refused (NaN) rows.
@@ -167,7 +167,7 @@ def train_substitute(x: np.ndarray, probs: np.ndarray, arch: str = "conv3", epoc
     :param x: queries, float32 (N, C, H, W) in [0, 1].
     :param probs: the black box's answers (N, K); rows with NaN are dropped.
     :param arch: ``handler.classifiers`` architecture of a new substitute. Default: "conv3".
-    :param epochs: passes over the data. Default: 20.
+    :param epochs: passes over the data. Default: 10.
     :param seed: seed of the initialisation and the shuffling. Default: 0.
     :param batch_size: minibatch size. Default: 64.
     :param lr: Adam learning rate. Default: 1e-3.
@@ -232,7 +232,7 @@ class ExtractionAttack(abc.ABC):
     implement ``_run`` and extend ``_check_params``.
 
     :param arch: substitute architecture (``handler.classifiers``). Default: "conv3".
-    :param epochs: epochs of the final substitute training. Default: 20.
+    :param epochs: epochs of the final substitute training. Default: 10.
     :param batch_size: substitute training minibatch. Default: 64.
     :param lr: substitute Adam learning rate. Default: 1e-3.
     :param query_batch: largest number of items per call to the black box. Default: 128.
@@ -243,7 +243,7 @@ class ExtractionAttack(abc.ABC):
     name = "attack"
     attack_params: Tuple[str, ...] = ("arch", "epochs", "batch_size", "lr", "query_batch", "device", "verbose")
 
-    def __init__(self, arch: str = "conv3", epochs: int = 20, batch_size: int = 64, lr: float = 1e-3,
+    def __init__(self, arch: str = "conv3", epochs: int = 10, batch_size: int = 64, lr: float = 1e-3,
                  query_batch: int = 128, device: str = "cpu", verbose: bool = False):
         self.arch, self.epochs, self.batch_size, self.lr = arch, epochs, batch_size, lr
         self.query_batch, self.device, self.verbose = query_batch, device, verbose
