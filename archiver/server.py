@@ -19,28 +19,19 @@ from typing import Dict, List, Optional
 
 from archiver.errors import ArchiverError
 
-LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
+_APPENDER = """    <RollingFile name="{name}" fileName="${{env:LOG_LOCATION:-logs}}/{name}.log"
+                 filePattern="${{env:LOG_LOCATION:-logs}}/{name}.%d{{yyyy-MM-dd}}.log.gz">
+      <PatternLayout pattern="{pattern}"/>
+      <Policies><SizeBasedTriggeringPolicy size="20 MB"/></Policies>
+      <DefaultRolloverStrategy max="3"/>
+    </RollingFile>
+"""
+_FULL, _SHORT = "%d{ISO8601} [%-5p] %t %c - %m%n", "%d{ISO8601} - %m%n"
+LOG4J2 = ("""<?xml version="1.0" encoding="UTF-8"?>
 <Configuration>
   <Appenders>
-    <RollingFile name="ts_log" fileName="${env:LOG_LOCATION:-logs}/ts_log.log"
-                 filePattern="${env:LOG_LOCATION:-logs}/ts_log.%d{yyyy-MM-dd}.log.gz">
-      <PatternLayout pattern="%d{ISO8601} [%-5p] %t %c - %m%n"/>
-      <Policies><SizeBasedTriggeringPolicy size="20 MB"/></Policies>
-      <DefaultRolloverStrategy max="3"/>
-    </RollingFile>
-    <RollingFile name="model_log" fileName="${env:LOG_LOCATION:-logs}/model_log.log"
-                 filePattern="${env:LOG_LOCATION:-logs}/model_log.%d{yyyy-MM-dd}.log.gz">
-      <PatternLayout pattern="%d{ISO8601} [%-5p] %t %c - %m%n"/>
-      <Policies><SizeBasedTriggeringPolicy size="20 MB"/></Policies>
-      <DefaultRolloverStrategy max="3"/>
-    </RollingFile>
-    <RollingFile name="access_log" fileName="${env:LOG_LOCATION:-logs}/access_log.log"
-                 filePattern="${env:LOG_LOCATION:-logs}/access_log.%d{yyyy-MM-dd}.log.gz">
-      <PatternLayout pattern="%d{ISO8601} - %m%n"/>
-      <Policies><SizeBasedTriggeringPolicy size="20 MB"/></Policies>
-      <DefaultRolloverStrategy max="3"/>
-    </RollingFile>
-  </Appenders>
+""" + "".join(_APPENDER.format(name=n, pattern=p) for n, p in
+              (("ts_log", _FULL), ("model_log", _FULL), ("access_log", _SHORT))) + """  </Appenders>
   <Loggers>
     <Logger name="ACCESS_LOG" level="info" additivity="false"><AppenderRef ref="access_log"/></Logger>
     <Logger name="MODEL_LOG" level="info" additivity="false"><AppenderRef ref="model_log"/></Logger>
@@ -50,7 +41,7 @@ LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
     <Root level="warn"><AppenderRef ref="ts_log"/></Root>
   </Loggers>
 </Configuration>
-"""
+""")
 
 
 @dataclass
