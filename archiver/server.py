@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -57,6 +58,20 @@ class ServerConfig:
     token_auth: bool = True                     # keep on outside tests of the refusal path itself
     max_request_size: int = 2_000_000
     extra_properties: Dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def on_free_ports(cls, **kwargs) -> "ServerConfig":
+        """A config on five currently free loopback ports (demos, benchmarks and tests run beside other servers)."""
+        names = ("inference_port", "management_port", "metrics_port", "grpc_inference_port", "grpc_management_port")
+        sockets = [socket.socket() for _ in names]
+        try:
+            for sock in sockets:
+                sock.bind(("127.0.0.1", 0))
+            ports = {name: sock.getsockname()[1] for name, sock in zip(names, sockets)}
+        finally:
+            for sock in sockets:
+                sock.close()
+        return cls(**{**ports, **kwargs})
 
     def properties(self) -> str:
         props = {

@@ -61,7 +61,7 @@ def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
     x_attack = natural_crops(n, size=data.img_size, channels=data.in_chans, seed=cfg.seed + 1)
     victim_offline = _offline_accuracy(artifacts, x_benign, y_benign)
 
-    server_cfg = ServerConfig(model_store=os.path.join(cfg.out_dir, "model_store"),
+    server_cfg = ServerConfig.on_free_ports(model_store=os.path.join(cfg.out_dir, "model_store"),
                               models={cfg.model_name: os.path.basename(mar)}, run_dir=os.path.join(cfg.out_dir, "server"))
     t0 = time.time()
     with TorchServeProcess(server_cfg) as ts:

@@ -123,7 +123,7 @@ def run_detect_bench(cfg: DetectConfig) -> Dict[str, Any]:
     victim_probs_test = torch.softmax(torch.from_numpy(raw_terms(scorer, data.test[0])[0]), 1).numpy()
 
     results: Dict[str, Any] = {}
-    server_cfg = ServerConfig(model_store=store, models={"bench": os.path.basename(mar)},
+    server_cfg = ServerConfig.on_free_ports(model_store=store, models={"bench": os.path.basename(mar)},
                               run_dir=os.path.join(cfg.out_dir, "server"))
     with TorchServeProcess(server_cfg) as ts:
         t0 = time.time()

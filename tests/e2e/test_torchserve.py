@@ -23,7 +23,7 @@ def server(tiny_artifacts, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     mar = build_archive(ArchiveConfig(artifacts_dir=tiny_artifacts[0], model_name="digits",
                                       export_path=str(root / "store"), handler={"policy": "reject", "topk": 10}))
-    cfg = ServerConfig(model_store=str(root / "store"), models={"digits": os.path.basename(mar)},
+    cfg = ServerConfig.on_free_ports(model_store=str(root / "store"), models={"digits": os.path.basename(mar)},
                        run_dir=str(root / "run"))
     ts = TorchServeProcess(cfg)
     ts.start()
