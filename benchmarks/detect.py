@@ -173,7 +173,9 @@ def run_detect_bench(cfg: DetectConfig) -> Dict[str, Any]:
         "setup": {"preset": train_report["preset"], "budget": cfg.budget_, "n_benign": len(x_benign),
                   "seed": cfg.seed, "quick": cfg.quick, "transport": "REST, PNG, one image per request"},
     }
-    if cfg.ablations:
+    if cfg.ablations:  # write the detection results first: the ablations retrain MAEs and take a while
+        report["timings_s"] = {k: round(v, 1) for k, v in timings.items()}
+        _write_outputs(cfg.out_dir, report, scores_by_attack, calibration.threshold)
         t0 = time.time()
         report["ablations"] = _ablations(cfg, data, scorer, train_report, served, x_benign,
                                          {n: results[n]["queries"] for n in names})
