@@ -12,6 +12,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -99,6 +100,15 @@ def check_java() -> str:
     return java
 
 
+def torchserve_command() -> str:
+    """The `torchserve` launcher of this interpreter's environment (works from an un-activated venv too)."""
+    beside = os.path.join(os.path.dirname(sys.executable), "torchserve")
+    found = beside if os.access(beside, os.X_OK) else shutil.which("torchserve")
+    if not found:
+        raise ArchiverError("the `torchserve` command is not installed: pip install torchserve==0.12.0")
+    return found
+
+
 class TorchServeProcess:
     """Context manager: `with TorchServeProcess(cfg) as ts: ts.inference_key ...`; stops the server on exit."""
 
@@ -121,7 +131,7 @@ class TorchServeProcess:
         with open(os.path.join(self.run_dir, "log4j2.xml"), "w") as fh:
             fh.write(LOG4J2)
         models = ",".join(f"{name}={mar}" for name, mar in self.cfg.models.items())
-        cmd = ["torchserve", "--start", "--foreground", "--ncs", "--model-store",
+        cmd = [torchserve_command(), "--start", "--foreground", "--ncs", "--model-store",
                os.path.abspath(self.cfg.model_store), "--models", models, "--ts-config", "config.properties",
                "--log-config", "log4j2.xml"]
         self._stdout = open(os.path.join(self.run_dir, "logs", "console.log"), "ab")
@@ -172,7 +182,7 @@ class TorchServeProcess:
         if self.proc is None:
             return
         try:
-            subprocess.run(["torchserve", "--stop", "--foreground"], cwd=self.run_dir, env=self.env,
+            subprocess.run([torchserve_command(), "--stop", "--foreground"], cwd=self.run_dir, env=self.env,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
             self.proc.wait(timeout=30)
         except (subprocess.TimeoutExpired, OSError):
