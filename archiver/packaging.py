@@ -49,7 +49,10 @@ def _stage(cfg: ArchiveConfig, stage: str) -> Dict[str, Any]:
     if missing:
         raise ArchiverError(f"{artifacts} lacks {missing}; run `same-serve train --out {cfg.artifacts_dir}` first")
     settings_path = os.path.join(artifacts, "settings.json")
-    settings = json.load(open(settings_path, encoding="utf-8")) if os.path.isfile(settings_path) else {}
+    settings = {}
+    if os.path.isfile(settings_path):
+        with open(settings_path, encoding="utf-8") as fh:
+            settings = json.load(fh)
     extras = os.path.join(stage, "extra")
     shutil.copytree(HANDLER_PACKAGE, os.path.join(extras, "handler"),
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "same_handler.py"))
