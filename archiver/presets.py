@@ -43,7 +43,9 @@ class Preset:
 
 
 PRESETS: Dict[str, Preset] = {
-    "compact": Preset(),
+    # mask 0.5 (not the paper's 0.75): in the full benchmark's ablation it lowered the benign test MSE 5x
+    # (0.0018 vs 0.0103) and raised SAME's AUROC on every attack (RESULTS.md)
+    "compact": Preset(mask_ratio=0.5),
     "paper": Preset(patch_size=2, dim=192, enc_depth=12, enc_heads=3, dec_depth=4, dec_heads=3, mae_epochs=500,
                     mae_lr=0.01, mae_warmup_epochs=50, mae_batch_size=128, shadow_epochs=80, shadow_lr=0.1,
                     victim_epochs=20, victim_lr=0.1, batch_size=128, alpha=0.99),

@@ -72,7 +72,7 @@ def test_default_variants_full_grid():
     base = get_preset("compact")
     variants = default_variants(base, quick=False)
     names = [v.name for v in variants]
-    assert names == ["base", "mask=0.5", "mask=0.9", "mae_epochs=5", "paper-arch@3ep"]
+    assert names == ["base", "mask=0.75", "mask=0.9", "mae_epochs=5", "paper-arch@3ep"]
     by_name = {v.name: v for v in variants}
     assert by_name["base"].overrides == {}
     assert by_name["mask=0.9"].preset(base).mask_ratio == 0.9
@@ -88,14 +88,14 @@ def test_default_variants_quick_are_tiny():
     for v in variants:
         preset = v.preset(base)
         assert preset.dim == QUICK_OVERRIDES["dim"] and preset.enc_depth == 1 and preset.mae_epochs <= 2
-    assert sorted(v.preset(base).mask_ratio for v in variants if v.name.startswith("mask")) == [0.5, 0.9]
+    assert sorted(v.preset(base).mask_ratio for v in variants if v.name.startswith("mask")) == [0.75, 0.9]
     assert [v.preset(base).patch_size for v in variants if "patch2" in v.name] == [2]
 
 
 def test_default_variants_skip_the_base_value():
-    base = get_preset("compact").with_overrides(mask_ratio=0.5, mae_epochs=3)
+    base = get_preset("compact").with_overrides(mask_ratio=0.75, mae_epochs=3)
     names = [v.name for v in default_variants(base, quick=False)]
-    assert "mask=0.5" not in names and "mask=0.75" in names and "mae_epochs=1" in names
+    assert "mask=0.75" not in names and "mask=0.5" in names and "mae_epochs=1" in names
 
 
 # ------------------------------------------------------------------------------------------------------
