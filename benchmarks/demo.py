@@ -6,6 +6,7 @@ per-query SAME scores are read back from the server's audit log.
 """
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from typing import Any, Dict
@@ -61,8 +62,10 @@ def run_demo(cfg: DemoConfig) -> Dict[str, Any]:
     x_attack = natural_crops(n, size=data.img_size, channels=data.in_chans, seed=cfg.seed + 1)
     victim_offline = _offline_accuracy(artifacts, x_benign, y_benign)
 
+    run_dir = os.path.join(cfg.out_dir, "server")
+    shutil.rmtree(run_dir, ignore_errors=True)  # the audit log appends: a previous run's records must not count
     server_cfg = ServerConfig.on_free_ports(model_store=os.path.join(cfg.out_dir, "model_store"),
-                              models={cfg.model_name: os.path.basename(mar)}, run_dir=os.path.join(cfg.out_dir, "server"))
+                                            models={cfg.model_name: os.path.basename(mar)}, run_dir=run_dir)
     t0 = time.time()
     with TorchServeProcess(server_cfg) as ts:
         timings["server_start"] = time.time() - t0

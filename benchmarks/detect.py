@@ -9,6 +9,7 @@ baselines are computed on the very same query arrays. Metrics: AUROC, AUPR (atta
 """
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional
@@ -123,8 +124,10 @@ def run_detect_bench(cfg: DetectConfig) -> Dict[str, Any]:
     victim_probs_test = torch.softmax(torch.from_numpy(raw_terms(scorer, data.test[0])[0]), 1).numpy()
 
     results: Dict[str, Any] = {}
+    run_dir = os.path.join(cfg.out_dir, "server")
+    shutil.rmtree(run_dir, ignore_errors=True)  # the audit log appends: a previous run's records must not count
     server_cfg = ServerConfig.on_free_ports(model_store=store, models={"bench": os.path.basename(mar)},
-                              run_dir=os.path.join(cfg.out_dir, "server"))
+                                            run_dir=run_dir)
     with TorchServeProcess(server_cfg) as ts:
         t0 = time.time()
         send_queries(ts.inference_url, "bench", ts.inference_key, BENIGN, x_benign, data.class_names, cfg.concurrency)
