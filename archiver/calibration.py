@@ -20,6 +20,24 @@ def raw_terms(scorer: SameScorer, x: np.ndarray, batch_size: int = 256) -> Tuple
     return np.concatenate(logits), np.concatenate(rec), np.concatenate(dev)
 
 
+@torch.no_grad()
+def victim_logits(scorer: SameScorer, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """The victim's logits alone for images in [0, 1], batched (no MAE or shadow pass)."""
+    return np.concatenate([scorer.victim_logits(torch.from_numpy(x[start:start + batch_size])).numpy()
+                           for start in range(0, len(x), batch_size)])
+
+
+def calibrate_scorer(scorer: SameScorer, x_calib: np.ndarray, x_test: np.ndarray, alpha: float,
+                     target_fpr: float) -> Tuple[Calibration, float, float]:
+    """Fit the scorer's calibration on x_calib and set it; returns (calibration, benign FPR on x_test,
+    mean unmasked reconstruction error on x_test)."""
+    _, rec, dev = raw_terms(scorer, x_calib)
+    scorer.calibration = fit_calibration(rec, dev, alpha, target_fpr)
+    _, rec_t, dev_t = raw_terms(scorer, x_test)
+    test_scores = scorer.combine(torch.from_numpy(rec_t), torch.from_numpy(dev_t)).numpy()
+    return scorer.calibration, float((test_scores > scorer.calibration.threshold).mean()), float(np.mean(rec_t))
+
+
 def conformal_threshold(scores: np.ndarray, target_fpr: float) -> float:
     """The ceil((n + 1)(1 - fpr))-th smallest benign score: a fresh benign query exceeds it with
     probability at most target_fpr (split-conformal guarantee for exchangeable data)."""

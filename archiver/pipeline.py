@@ -11,10 +11,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-import numpy as np
 import torch
 
-from archiver.calibration import fit_calibration, raw_terms
+from archiver.calibration import calibrate_scorer
 from archiver.data import DatasetSplits, load_dataset
 from archiver.errors import ArchiverError
 from archiver.presets import Preset, get_preset
@@ -106,11 +105,7 @@ def run_training(cfg: TrainConfig) -> Dict[str, Any]:
 
     t0 = time.time()
     scorer = SameScorer(victim, mae, shadow, calibration=None, input_mean=cfg.input_mean, input_std=cfg.input_std)
-    _, rec, dev = raw_terms(scorer, x_calib)
-    calibration = fit_calibration(rec, dev, preset.alpha, preset.target_fpr)
-    scorer.calibration = calibration
-    _, rec_t, dev_t = raw_terms(scorer, x_test)
-    test_scores = scorer.combine(torch.from_numpy(rec_t), torch.from_numpy(dev_t)).numpy()
+    calibration, test_fpr, test_mse = calibrate_scorer(scorer, x_calib, x_test, preset.alpha, preset.target_fpr)
     timings["calibration"] = time.time() - t0
 
     save_classifier(victim, meta, os.path.join(cfg.out_dir, "victim.pt"))
@@ -126,10 +121,10 @@ def run_training(cfg: TrainConfig) -> Dict[str, Any]:
         "config": asdict(cfg), "preset": preset.to_dict(), "victim": meta,
         "accuracy": {"victim_test": victim_acc, "shadow_test_on_reconstructions": shadow_acc},
         "mae": {"final_train_loss": defense_stats["mae_loss"][-1] if defense_stats["mae_loss"] else None,
-                "test_mse_unmasked": float(np.mean(rec_t)),
+                "test_mse_unmasked": test_mse,
                 "parameters": sum(p.numel() for p in mae.parameters())},
         "calibration": calibration.to_dict(),
-        "test_benign_fpr": float((test_scores > calibration.threshold).mean()),
+        "test_benign_fpr": test_fpr,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
     }
     _write_json(os.path.join(cfg.out_dir, "train-report.json"), report)
@@ -142,14 +137,10 @@ def recalibrate(artifacts_dir: str, alpha: Optional[float] = None, target_fpr: O
     cfg = report["config"]
     data = load_dataset(cfg["data"], seed=cfg["seed"], img_size=cfg.get("img_size"), limit=cfg.get("limit"))
     old = scorer.calibration
-    _, rec, dev = raw_terms(scorer, data.calib[0])
-    calibration = fit_calibration(rec, dev, old.alpha if alpha is None else alpha,
-                                  old.target_fpr if target_fpr is None else target_fpr)
-    scorer.calibration = calibration
-    _, rec_t, dev_t = raw_terms(scorer, data.test[0])
-    test_scores = scorer.combine(torch.from_numpy(rec_t), torch.from_numpy(dev_t)).numpy()
+    calibration, report["test_benign_fpr"], _ = calibrate_scorer(
+        scorer, data.calib[0], data.test[0], old.alpha if alpha is None else alpha,
+        old.target_fpr if target_fpr is None else target_fpr)
     report["calibration"] = calibration.to_dict()
-    report["test_benign_fpr"] = float((test_scores > calibration.threshold).mean())
     _write_json(os.path.join(artifacts_dir, "calibration.json"), calibration.to_dict())
     _write_json(os.path.join(artifacts_dir, "train-report.json"), report)
     return report

@@ -13,7 +13,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from archiver.calibration import raw_terms
+from archiver.calibration import victim_logits
 from archiver.data import load_dataset
 from archiver.packaging import ArchiveConfig, build_archive
 from archiver.pipeline import TrainConfig, load_trained, run_training
@@ -99,7 +99,7 @@ def _offline_accuracy(artifacts: str, x: np.ndarray, y: np.ndarray) -> float:
     """The victim's accuracy computed in-process, on the same images the server receives."""
     scorer, _ = load_trained(artifacts)
     x_png = np.rint(x * 255) / 255.0  # what PNG transport delivers
-    logits, _, _ = raw_terms(scorer, x_png.astype(np.float32))
+    logits = victim_logits(scorer, x_png.astype(np.float32))
     return float((logits.argmax(1) == y).mean())
 
 

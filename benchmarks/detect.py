@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
-from archiver.calibration import raw_terms
+from archiver.calibration import victim_logits
 from archiver.data import DatasetSplits, load_dataset
 from archiver.packaging import ArchiveConfig, build_archive
 from archiver.pipeline import TrainConfig, load_trained, run_training
@@ -121,7 +121,7 @@ def run_detect_bench(cfg: DetectConfig) -> Dict[str, Any]:
     unknown = sorted(set(names) - set(suite))
     if unknown:
         raise ValueError(f"unknown attack(s) {unknown}; choose from {sorted(suite)}")
-    victim_probs_test = torch.softmax(torch.from_numpy(raw_terms(scorer, data.test[0])[0]), 1).numpy()
+    victim_probs_test = torch.softmax(torch.from_numpy(victim_logits(scorer, data.test[0])), 1).numpy()
 
     results: Dict[str, Any] = {}
     run_dir = os.path.join(cfg.out_dir, "server")
@@ -148,22 +148,24 @@ def run_detect_bench(cfg: DetectConfig) -> Dict[str, Any]:
     t0 = time.time()
     served = {BENIGN: _served_terms(audit.get(BENIGN, []), len(x_benign)),
               **{n: _served_terms(audit.get(n, []), results[n]["n_queries"]) for n in names}}
-    benign_terms = _detector_scores(x_benign, served[BENIGN], scorer, plain_ae)
+    benign_logits = victim_logits(scorer, x_benign)
+    benign_terms = _detector_scores(x_benign, benign_logits, served[BENIGN], scorer, plain_ae)
     scores_by_attack: Dict[str, Dict[str, tuple]] = {}
     detection, stateful, attack_info = {}, {}, {}
     for name in names:
         queries = results[name]["queries"]
-        terms = _detector_scores(queries, served[name], scorer, plain_ae)
+        logits = victim_logits(scorer, queries)
+        terms = _detector_scores(queries, logits, served[name], scorer, plain_ae)
         scores_by_attack[name] = {d: (benign_terms[d], terms[d]) for d in terms}
         detection[name] = {d: detection_metrics(benign_terms[d], terms[d]) for d in terms}
         stateful[name] = {
             "same_window": window_alarm(terms["same"], calibration.threshold, calibration.target_fpr),
-            "prada": Prada().queries_until_flagged(queries, _victim_pred(scorer, queries)),
+            "prada": Prada().queries_until_flagged(queries, logits.argmax(1)),
         }
         attack_info[name] = {k: results[name][k] for k in ("n_queries", "n_refused", "substitute")}
     stateful[BENIGN] = {
         "same_window": window_alarm(benign_terms["same"], calibration.threshold, calibration.target_fpr),
-        "prada": Prada().queries_until_flagged(x_benign, _victim_pred(scorer, x_benign)),
+        "prada": Prada().queries_until_flagged(x_benign, benign_logits.argmax(1)),
     }
     timings["scoring"] = time.time() - t0
 
@@ -189,10 +191,6 @@ def run_detect_bench(cfg: DetectConfig) -> Dict[str, Any]:
     return report
 
 
-def _victim_pred(scorer, x: np.ndarray) -> np.ndarray:
-    return raw_terms(scorer, x)[0].argmax(1)
-
-
 def _served_terms(audit_records: List[dict], n_sent: int) -> Dict[str, np.ndarray]:
     """The served SAME score and its raw terms, from the audit log."""
     served = [r for r in audit_records if "score" in r]
@@ -201,11 +199,10 @@ def _served_terms(audit_records: List[dict], n_sent: int) -> Dict[str, np.ndarra
     return {key: scores_of(served, key) for key in ("score", "rec", "dev")}
 
 
-def _detector_scores(queries: np.ndarray, served: Dict[str, np.ndarray], scorer, plain_ae) -> Dict[str, np.ndarray]:
+def _detector_scores(queries: np.ndarray, logits: np.ndarray, served: Dict[str, np.ndarray], scorer,
+                     plain_ae) -> Dict[str, np.ndarray]:
     """Every detector's per-query scores for one population (higher = more suspicious)."""
     views = score_views(served["rec"], served["dev"], scorer.calibration)
-    logits = raw_terms(scorer, queries)[0]
-    pred = logits.argmax(1)
     return {
         "same": served["score"],
         "same_rec_only": views["rec_only"],
@@ -213,7 +210,7 @@ def _detector_scores(queries: np.ndarray, served: Dict[str, np.ndarray], scorer,
         "msp": msp_score(logits),
         "energy": energy_score(logits),
         "plain_ae": reconstruction_score(plain_ae, queries),
-        "prada": Prada().per_query_scores(queries, pred),
+        "prada": Prada().per_query_scores(queries, logits.argmax(1)),
     }
 
 

@@ -1,5 +1,4 @@
 """End to end against a real TorchServe (Java) with a built .mar: token auth, per-item decisions, metrics."""
-import json
 import os
 import urllib.request
 

@@ -1,7 +1,6 @@
 """The TorchServe handler driven in-process with a real ts Context (no Java): per-item errors,
 decisions, audit records and metrics."""
 import json
-import os
 
 import numpy as np
 import pytest
